@@ -1,0 +1,167 @@
+"""Settings: the only module that reads the environment.
+
+Precedence, lowest first: defaults < TOML file (``--config``) < environment (``SIPAGENT_*``, nested with
+``__``) < command-line options. The result is a frozen :class:`Settings` handed to everything else.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from sipagent.errors import ConfigError
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SipSettings(_Frozen):
+    bind: str = "0.0.0.0"
+    """Address the SIP transports listen on."""
+    port: int = Field(5060, ge=1, le=65535)
+    transports: tuple[Literal["udp", "tcp"], ...] = ("udp", "tcp")
+    public_address: str | None = None
+    """Address advertised in Contact/SDP when behind NAT; default: the bound address or the route's."""
+    user_agent: str = "sipagent"
+    allowed_networks: tuple[str, ...] = (
+        "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7",
+    )
+    """Sources whose INVITEs are accepted without a challenge (RFC 1918 + loopback by default)."""
+    max_calls: int = Field(50, ge=1)
+    ring_ms: int = Field(0, ge=0)
+    """Send 180 Ringing and wait this long before answering (0: answer at once)."""
+    codecs: tuple[Literal["PCMU", "PCMA"], ...] = ("PCMU", "PCMA")
+    prefer_offerer_order: bool = True
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for net in value:
+            ipaddress.ip_network(net, strict=False)
+        return value
+
+
+class RegisterSettings(_Frozen):
+    registrar: str | None = None
+    """Registrar URI, e.g. ``sip:pbx.example.com``; unset: no registration."""
+    username: str | None = None
+    auth_user: str | None = None
+    """Digest user when it differs from the account user."""
+    password: SecretStr | None = None
+    expires: int = Field(600, ge=30)
+
+
+class RtpSettings(_Frozen):
+    port_min: int = Field(20000, ge=1024, le=65534)
+    port_max: int = Field(20999, ge=1025, le=65535)
+    jitter_min_ms: int = Field(20, ge=0)
+    jitter_start_ms: int = Field(40, ge=0)
+    jitter_max_ms: int = Field(200, ge=20)
+    media_timeout_s: float = Field(30.0, gt=0)
+    rtcp_interval_s: float = Field(5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _range(self) -> RtpSettings:
+        if self.port_min % 2:
+            raise ValueError("rtp port_min must be even (RFC 3550 §11: RTP on even ports)")
+        if self.port_max <= self.port_min:
+            raise ValueError("rtp port_max must be above port_min")
+        if not self.jitter_min_ms <= self.jitter_start_ms <= self.jitter_max_ms:
+            raise ValueError("jitter bounds must satisfy min <= start <= max")
+        return self
+
+
+class AgentSettings(_Frozen):
+    name: str = "assistant"
+    record_dir: Path | None = None
+
+
+class LogSettings(_Frozen):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    json_output: bool = False
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SIPAGENT_", env_nested_delimiter="__", frozen=True, extra="forbid",
+    )
+    sip: SipSettings = SipSettings()
+    registration: RegisterSettings = RegisterSettings()
+    rtp: RtpSettings = RtpSettings()
+    agent: AgentSettings = AgentSettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Earlier sources win; pydantic-settings deep-merges them, so a nested key set on the command
+        # line overrides only that key of the environment's or the file's section.
+        return (init_settings, env_settings, _FileSource(settings_cls, _FILE_DATA.get(settings_cls, {})))
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The parsed TOML file as a settings source (lowest priority above the defaults)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+# Parsed file per settings class: set by load_settings just for the duration of one construction.
+_FILE_DATA: dict[type[BaseSettings], dict[str, Any]] = {}
+
+
+def _read_toml(config_file: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(config_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{config_file}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{config_file}: is a directory, not a TOML file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{config_file}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{config_file}: invalid TOML: {exc}") from None
+
+
+def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Build the settings from defaults, an optional TOML file, the environment and CLI overrides.
+
+    ``overrides`` is nested like the file (``{"sip": {"port": 5070}}``). Raises :class:`ConfigError`
+    with a one-line message naming the file (or the environment) and the problem.
+    """
+    data = _read_toml(config_file) if config_file is not None else {}
+    _FILE_DATA[Settings] = data
+    try:
+        return Settings(**(overrides or {}))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        source = str(config_file) if config_file is not None else "settings"
+        raise ConfigError(f"{source}: {where}: {err['msg']}") from None
+    finally:
+        _FILE_DATA.pop(Settings, None)
+
+
+__all__ = [
+    "AgentSettings", "LogSettings", "RegisterSettings", "RtpSettings", "Settings", "SipSettings",
+    "load_settings",
+]

@@ -50,14 +50,16 @@ class SequenceExtender:
     MAX_MISORDER = 100
     MIN_SEQUENTIAL = 2
 
-    __slots__ = ("base_seq", "bad_seq", "cycles", "max_seq", "probation", "received", "_started")
+    __slots__ = ("base_seq", "bad_seq", "cycles", "max_seq", "probation", "received", "_min_sequential", "_started")
 
     def __init__(self, min_sequential: int = MIN_SEQUENTIAL) -> None:
         self.max_seq = 0
         self.cycles = 0
         self.base_seq = 0
         self.bad_seq = SEQ_MOD + 1  # impossible value: no pending jump
-        self.probation = min_sequential
+        # A.1 validates a source after MIN_SEQUENTIAL in-order packets; fewer than one makes no sense.
+        self._min_sequential = max(1, min_sequential)
+        self.probation = self._min_sequential
         self.received = 0
         self._started = False
 
@@ -74,15 +76,11 @@ class SequenceExtender:
 
     def update(self, seq: int) -> int | None:
         if not self._started:
+            # A.1: the first packet initialises the source with max_seq = seq - 1 and then goes through the
+            # probation check below like any other, so it counts as the first of MIN_SEQUENTIAL packets.
             self._started = True
             self._init(seq)
-            self.max_seq = seq - 1 if seq else SEQ_MOD - 1
-            if self.probation <= 1:
-                self.probation = 0
-                self._init(seq)
-                self.received = 1
-                return self.cycles + seq
-            return None
+            self.max_seq = (seq - 1) % SEQ_MOD
         udelta = (seq - self.max_seq) % SEQ_MOD
         if self.probation:
             # A.1: packets must be in sequence to leave probation.
@@ -94,7 +92,7 @@ class SequenceExtender:
                     self.received = 1
                     return self.cycles + seq
             else:
-                self.probation = self.MIN_SEQUENTIAL - 1
+                self.probation = self._min_sequential - 1
                 self.max_seq = seq
             return None
         if udelta < self.MAX_DROPOUT:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import shutil
 import struct
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -530,23 +529,3 @@ def test_random_frames_in_sound_records_never_raise(tmp_path: Path, frames: list
     assert counters.frames == len(frames) and counters.udp == len(datagrams)
     assert counters.frames == counters.udp + counters.not_udp + counters.fragments + counters.cut_short + \
         counters.malformed
-
-
-def test_a_100k_packet_capture_reads_quickly(tmp_path: Path) -> None:
-    # One frame template with a changing RTP header: the writer's cost is not what is measured.
-    base = cw.udp_frame(CALLER, CALLEE, cw.rtp_payloads(1, 1)[0])
-    head, body = base[:42], base[54:]
-    header = struct.Struct("!BBHII")
-    records = [(1000.0 + i * 0.02, head + header.pack(0x80, 0, i & 0xFFFF, i * 160 & 0xFFFFFFFF, 1) + body)
-               for i in range(100_000)]
-    path = tmp_path / "big.pcap"
-    cw.write_pcap(path, records)
-    start = time.perf_counter()
-    datagrams = list(read_capture(path))
-    read_seconds = time.perf_counter() - start
-    analysis = find_rtp_streams(datagrams)
-    total_seconds = time.perf_counter() - start
-    assert len(datagrams) == 100_000 and [s.packet_count for s in analysis.streams] == [100_000]
-    # About 1 s to read and 1.5 s to analyse on a slow, shared 2-core VM (a tight loop of 1M integer additions
-    # takes 0.25 s there); the bound leaves room for a loaded CI machine.
-    assert read_seconds < 4.0 and total_seconds < 10.0

@@ -1,0 +1,1 @@
+"""Speech providers behind narrow streaming Protocols: cloud clients and the offline default."""

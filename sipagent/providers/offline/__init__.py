@@ -1,0 +1,1 @@
+"""Offline speech engines (pocketsphinx, espeak-ng, optional piper) run in worker processes."""

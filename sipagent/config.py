@@ -33,6 +33,9 @@ class SipSettings(_Frozen):
         "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7",
     )
     """Sources whose INVITEs are accepted without a challenge (RFC 1918 + loopback by default)."""
+    inbound_user: str | None = None
+    """With ``inbound_password``: callers outside ``allowed_networks`` may call after a digest challenge."""
+    inbound_password: SecretStr | None = None
     max_calls: int = Field(50, ge=1)
     ring_ms: int = Field(0, ge=0)
     """Send 180 Ringing and wait this long before answering (0: answer at once)."""

@@ -205,6 +205,10 @@ class Call:
             log=self.log, record_dir=self.settings.agent.record_dir,
         )
 
+    @property
+    def was_established(self) -> bool:
+        return self._established.is_set()
+
     def _transfer(self, target: str) -> None:
         self.log.info("transfer requested", target=target)
         if not self.control.transfer(self.call_id, target):

@@ -51,45 +51,79 @@ def version() -> None:
     typer.echo(__version__)
 
 
-@app.command()
-def serve(
-    config: Annotated[Path | None, typer.Option("--config", help="TOML settings file.")] = None,
-    bind: Annotated[str | None, typer.Option(help="Address to listen on for SIP.")] = None,
-    sip_port: Annotated[int | None, typer.Option("--sip-port", help="SIP port (UDP and TCP).")] = None,
-    rtp_ports: Annotated[str | None, typer.Option("--rtp-ports", help="RTP port range LO-HI.")] = None,
-    agent: Annotated[str | None, typer.Option(help="Agent to run on each call: assistant, echo.")] = None,
-    register: Annotated[str | None, typer.Option(help="Registrar URI to register with.")] = None,
-    username: Annotated[str | None, typer.Option(help="Account user (the extension).")] = None,
-    auth_user: Annotated[str | None, typer.Option("--auth-user", help="Digest user, if not username.")] = None,
-    password: Annotated[str | None, typer.Option(help="Digest password (prefer the environment).")] = None,
-    record_dir: Annotated[Path | None, typer.Option("--record-dir", help="Per-call WAV + timeline.")] = None,
-    log_level: Annotated[str | None, typer.Option("--log-level", help="debug, info, warning, error.")] = None,
-) -> None:
-    """Run the endpoint: listen for SIP, answer calls, run the agent on each."""
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML settings file.")]
+BindOpt = Annotated[str | None, typer.Option(help="Address to listen on for SIP.")]
+SipPortOpt = Annotated[int | None, typer.Option("--sip-port", help="SIP port (UDP and TCP).")]
+RtpPortsOpt = Annotated[str | None, typer.Option("--rtp-ports", help="RTP port range LO-HI.")]
+AgentOpt = Annotated[str | None, typer.Option(help="Agent to run on each call: assistant, echo.")]
+RegisterOpt = Annotated[str | None, typer.Option(help="Registrar URI to register with.")]
+UsernameOpt = Annotated[str | None, typer.Option(help="Account user (the extension).")]
+AuthUserOpt = Annotated[str | None, typer.Option("--auth-user", help="Digest user, if not the username.")]
+PasswordOpt = Annotated[str | None, typer.Option(help="Digest password (prefer the environment).")]
+RecordDirOpt = Annotated[Path | None, typer.Option("--record-dir", help="Per-call WAV + timeline.")]
+LogLevelOpt = Annotated[str | None, typer.Option("--log-level", help="debug, info, warning, error.")]
+
+
+def _settings(config: Path | None, **options: Any) -> Settings:
     overrides: dict[str, Any] = {}
-    _put(overrides, "sip.bind", bind)
-    _put(overrides, "sip.port", sip_port)
-    if rtp_ports is not None:
-        lo, hi = _parse_port_range(rtp_ports)
+    _put(overrides, "sip.bind", options["bind"])
+    _put(overrides, "sip.port", options["sip_port"])
+    if options["rtp_ports"] is not None:
+        lo, hi = _parse_port_range(options["rtp_ports"])
         _put(overrides, "rtp.port_min", lo)
         _put(overrides, "rtp.port_max", hi)
-    _put(overrides, "agent.name", agent)
-    _put(overrides, "registration.registrar", register)
-    _put(overrides, "registration.username", username)
-    _put(overrides, "registration.auth_user", auth_user)
-    _put(overrides, "registration.password", password)
-    _put(overrides, "agent.record_dir", record_dir)
-    _put(overrides, "log.level", log_level)
+    _put(overrides, "agent.name", options["agent"])
+    _put(overrides, "registration.registrar", options["register"])
+    _put(overrides, "registration.username", options["username"])
+    _put(overrides, "registration.auth_user", options["auth_user"])
+    _put(overrides, "registration.password", options["password"])
+    _put(overrides, "agent.record_dir", options["record_dir"])
+    _put(overrides, "log.level", options["log_level"])
     try:
-        settings = load_settings(config, overrides)
+        return load_settings(config, overrides)
     except SipAgentError as exc:
         raise _fail(str(exc)) from None
+
+
+def _run(main: Any) -> None:
     try:
-        asyncio.run(_serve(settings))
+        asyncio.run(main)
     except KeyboardInterrupt:
         pass
     except SipAgentError as exc:
         raise _fail(str(exc)) from None
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None, bind: BindOpt = None, sip_port: SipPortOpt = None, rtp_ports: RtpPortsOpt = None,
+    agent: AgentOpt = None, register: RegisterOpt = None, username: UsernameOpt = None,
+    auth_user: AuthUserOpt = None, password: PasswordOpt = None, record_dir: RecordDirOpt = None,
+    log_level: LogLevelOpt = None,
+) -> None:
+    """Run the endpoint: listen for SIP, answer calls, run the agent on each."""
+    settings = _settings(config, bind=bind, sip_port=sip_port, rtp_ports=rtp_ports, agent=agent, register=register,
+                         username=username, auth_user=auth_user, password=password, record_dir=record_dir,
+                         log_level=log_level)
+    _run(_serve(settings))
+
+
+@app.command()
+def dial(
+    uri: Annotated[str, typer.Argument(help="Who to call, e.g. sip:2001@192.168.1.10.")],
+    answer_timeout: Annotated[float, typer.Option("--answer-timeout", help="Seconds to ring.")] = 60.0,
+    config: ConfigOpt = None, bind: BindOpt = None, sip_port: SipPortOpt = None, rtp_ports: RtpPortsOpt = None,
+    agent: AgentOpt = None, register: RegisterOpt = None, username: UsernameOpt = None,
+    auth_user: AuthUserOpt = None, password: PasswordOpt = None, record_dir: RecordDirOpt = None,
+    log_level: LogLevelOpt = None,
+) -> None:
+    """Place one call and run the agent on it; exits 0 if the call was answered, 1 if not."""
+    settings = _settings(config, bind=bind, sip_port=sip_port, rtp_ports=rtp_ports, agent=agent, register=register,
+                         username=username, auth_user=auth_user, password=password, record_dir=record_dir,
+                         log_level=log_level)
+    answered: list[bool] = []
+    _run(_dial(settings, uri, answer_timeout, answered))
+    raise typer.Exit(code=0 if answered and answered[0] else 1)
 
 
 async def _serve(settings: Settings) -> None:
@@ -104,6 +138,24 @@ async def _serve(settings: Settings) -> None:
     async with Endpoint(settings) as endpoint:
         await endpoint.ready()
         await stop.wait()
+
+
+async def _dial(settings: Settings, uri: str, answer_timeout: float, answered: list[bool]) -> None:
+    from sipagent import log
+    from sipagent.endpoint import Endpoint
+
+    log.configure(settings.log.level, settings.log.json_output)
+    async with Endpoint(settings) as endpoint:
+        await endpoint.ready()
+        if settings.registration.registrar:
+            async with asyncio.timeout(30):
+                await endpoint.registered()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            # Hang up cleanly (BYE, or CANCEL while ringing) instead of dying with the call up.
+            loop.add_signal_handler(sig, lambda: [call.close() for call in endpoint.calls.values()])
+        call = await endpoint.dial(uri, answer_timeout=answer_timeout)
+        answered.append(call.was_established)
 
 
 def main() -> None:

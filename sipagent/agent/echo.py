@@ -4,6 +4,7 @@ if echo sounds right, codec, resampling, pacing and NAT latching all work."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 
 import numpy as np
@@ -27,7 +28,8 @@ class EchoAgent:
         """Digits are not echoed: they arrive out of band (RFC 4733 or INFO)."""
 
     async def run(self) -> None:
-        """Nothing to do beyond the per-frame echo."""
+        # All the work is per frame in on_audio; returning would end the call, so wait to be cancelled.
+        await asyncio.get_running_loop().create_future()
 
 
 __all__ = ["EchoAgent"]

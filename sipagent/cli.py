@@ -150,10 +150,14 @@ async def _dial(settings: Settings, uri: str, answer_timeout: float, answered: l
         if settings.registration.registrar:
             async with asyncio.timeout(30):
                 await endpoint.registered()
+        def hang_up_all() -> None:
+            # Hang up cleanly (BYE, or CANCEL while ringing) instead of dying with the call up.
+            for active in list(endpoint.calls.values()):
+                active.close()
+
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            # Hang up cleanly (BYE, or CANCEL while ringing) instead of dying with the call up.
-            loop.add_signal_handler(sig, lambda: [call.close() for call in endpoint.calls.values()])
+            loop.add_signal_handler(sig, hang_up_all)
         call = await endpoint.dial(uri, answer_timeout=answer_timeout)
         answered.append(call.was_established)
 

@@ -114,6 +114,7 @@ class UaCore:
         response = make_response(request, status, reason, to_tag=tag, headers=rows)
         response.body = body
         tx.send_response(response, now)
+        self._collect_from(tx)
         return response
 
     def route_of(self, tx: Transaction) -> tuple[Address, str]:
@@ -157,6 +158,7 @@ class UaCore:
         if owner is not None:
             self.owners[tx] = owner
         tx.start(now)
+        self._collect_from(tx)
         return tx
 
     def transport_error(self, destination: Address, now: float) -> None:
@@ -180,6 +182,13 @@ class UaCore:
         for tx, data in self.table.datagrams_to_send():
             destination, transport = self._routes[tx]
             self._outgoing.append(Outgoing(data, destination, transport))
+
+    def _collect_from(self, tx: Transaction) -> None:
+        # Queue what we just sent at once, in the order we sent it: ``collect`` walks the table in creation
+        # order, which would put the 487 of an older INVITE before the 200 for its CANCEL (RFC 3261 §9.2 answers
+        # the CANCEL first, and strict peers such as sipp scenarios expect that order on the wire).
+        destination, transport = self._routes[tx]
+        self._outgoing.extend(Outgoing(data, destination, transport) for data in tx.datagrams_to_send())
 
     def take_outgoing(self) -> list[Outgoing]:
         out, self._outgoing = self._outgoing, []

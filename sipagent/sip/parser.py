@@ -168,6 +168,10 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> SipReques
     try:
         headers = Headers(rows)
         context = None if is_response else headers
+        if "\r" in start_line:
+            # §7.1/§7.2: CR may appear only in the CRLF ending the start line; a bare one in a URI or a
+            # Reason-Phrase would also make the message impossible to serialise safely.
+            raise RemoteProtocolError("bare CR inside the start line")
         if is_response:
             match = _STATUS_LINE.fullmatch(start_line)
             if match is None or len(match.group(2)) != 3 or not 100 <= int(match.group(2)) <= 699:

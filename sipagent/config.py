@@ -24,7 +24,8 @@ class _Frozen(BaseModel):
 class SipSettings(_Frozen):
     bind: str = "0.0.0.0"
     """Address the SIP transports listen on."""
-    port: int = Field(5060, ge=1, le=65535)
+    port: int = Field(5060, ge=0, le=65535)
+    """0 picks a free port (tests, several endpoints on one machine)."""
     transports: tuple[Literal["udp", "tcp"], ...] = ("udp", "tcp")
     public_address: str | None = None
     """Address advertised in Contact/SDP when behind NAT; default: the bound address or the route's."""

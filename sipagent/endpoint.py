@@ -14,7 +14,7 @@ import secrets
 import socket
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from rtp.transport import MediaClock, PortPool, Timer
 from sipagent.agent.base import AgentFactory
@@ -117,7 +117,7 @@ class Endpoint:
 
     # -- life cycle -----------------------------------------------------------------------------------------
 
-    async def __aenter__(self) -> Endpoint:
+    async def __aenter__(self) -> Self:
         s = self.settings
         loop = asyncio.get_running_loop()
         self.clock = MediaClock()

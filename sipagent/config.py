@@ -84,6 +84,18 @@ class RtpSettings(_Frozen):
 class AgentSettings(_Frozen):
     name: str = "assistant"
     record_dir: Path | None = None
+    script: Path | None = None
+    """The assistant's reply script (TOML); default: config/agent-script.toml of this checkout."""
+    operator_uri: str | None = None
+    """Where "talk to a human" and DTMF 0 transfer the caller (REFER); unset: the agent says none is set."""
+    reprompt_s: float = Field(8.0, gt=0)
+    max_reprompts: int = Field(2, ge=0)
+    max_call_s: float = Field(600.0, gt=0)
+    min_barge_in_ms: int = Field(120, ge=20)
+    """Caller speech must last this long over the agent to interrupt it (coughs and clicks do not)."""
+    greeting_interruptible: bool = True
+    workers: int = Field(1, ge=1)
+    """Worker processes for the offline speech engines, shared by every call."""
 
 
 class LogSettings(_Frozen):

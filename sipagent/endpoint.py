@@ -69,7 +69,7 @@ class Endpoint:
     def __init__(self, settings: Settings, agent_factory: AgentFactory | None = None) -> None:
         self.settings = settings
         self.log = get_logger()
-        self.agent_factory = agent_factory or self._builtin_agent(settings.agent.name)
+        self.agent_factory = agent_factory or self._builtin_agent(settings.agent.name, settings)
         self.calls: dict[str, Call] = {}
         self.ua: UserAgent | None = None
         self.transport: SipTransport[UaEvent] | None = None
@@ -84,16 +84,22 @@ class Endpoint:
         self.pool: PortPool | None = None
 
     @staticmethod
-    def _builtin_agent(name: str) -> AgentFactory:
+    def _builtin_agent(name: str, settings: Settings | None = None) -> AgentFactory:
         if name == "echo":
             return EchoAgent
         if name == "assistant":
-            try:
-                from sipagent.agent.assistant import make_default_factory
-            except ImportError:  # the conversational agent is not part of this build yet
-                return EchoAgent
-            factory: AgentFactory = make_default_factory()
-            return factory
+            from sipagent.agent.assistant import AssistantConfig, AssistantFactory
+            from sipagent.agent.turns import TurnConfig
+
+            agent = (settings or Settings()).agent
+            turns = TurnConfig(min_barge_in_ms=agent.min_barge_in_ms,
+                               greeting_interruptible=agent.greeting_interruptible, reprompt_after_s=agent.reprompt_s,
+                               max_reprompts=agent.max_reprompts, max_call_s=agent.max_call_s,
+                               operator_uri=agent.operator_uri)
+            config = AssistantConfig(turns=turns, workers=agent.workers)
+            if agent.script is not None:
+                config = AssistantConfig(script_path=agent.script, turns=turns, workers=agent.workers)
+            return AssistantFactory(config)
         raise SipAgentError(f"agent: unknown agent {name!r} (known: assistant, echo)")
 
     # -- the SipCore protocol, delegated to the user agent once it exists -------------------------------------
@@ -120,6 +126,9 @@ class Endpoint:
     async def __aenter__(self) -> Self:
         s = self.settings
         loop = asyncio.get_running_loop()
+        start = getattr(self.agent_factory, "start", None)
+        if start is not None:
+            await start()  # warm the offline engines now, not on the first call
         self.clock = MediaClock()
         rtp_host = s.sip.bind if s.sip.bind not in _WILDCARDS else ("::" if ":" in s.sip.bind else "0.0.0.0")
         self.pool = PortPool(s.rtp.port_min, s.rtp.port_max, host=rtp_host)
@@ -160,6 +169,9 @@ class Endpoint:
                 await self.transport.close()
             if self.clock is not None:
                 self.clock.close()
+            aclose = getattr(self.agent_factory, "aclose", None)
+            if aclose is not None:
+                await aclose()
             self.log.info("endpoint stopped")
 
     async def ready(self) -> None:

@@ -30,8 +30,20 @@ from rtp.resample import StreamResampler
 from sipagent.agent.base import CallContext
 from sipagent.agent.script import Reply, Script
 from sipagent.agent.turns import (
-    CancelReply, Command, CommitReply, FlushAudio, Greet, HangUp, Line, Reprompt, SayGoodbye, SayLine, StartReply,
-    Transfer, TurnConfig, TurnTaking,
+    CancelReply,
+    Command,
+    CommitReply,
+    FlushAudio,
+    Greet,
+    HangUp,
+    Line,
+    Reprompt,
+    SayGoodbye,
+    SayLine,
+    StartReply,
+    Transfer,
+    TurnConfig,
+    TurnTaking,
 )
 from sipagent.agent.vad import VadConfig, VadEventKind, VoiceActivityDetector
 from sipagent.media import AGENT_RATE, Pcm
@@ -59,7 +71,7 @@ class SentenceCutter:
     a long first sentence does not hold back the first audio.
     """
 
-    def __init__(self, *, clause_chars: int = 100, max_chars: int = 240) -> None:
+    def __init__(self, *, clause_chars: int = 160, max_chars: int = 240) -> None:
         self._buffer = ""
         self._clause_chars = clause_chars
         self._max_chars = max_chars
@@ -173,11 +185,25 @@ class AssistantAgent:
         self._flushed = 0
         self.outcome: HangUp | Transfer | None = None
 
+    @property
+    def synthesizing(self) -> bool:
+        """An utterance is due to play but not all of its audio is in the speech buffer yet."""
+        current = self._current
+        return current is not None and current.committed and not current.pushed_all
+
     # -- the endpoint's side -----------------------------------------------------------------------------------
 
     def on_audio(self, pcm: Pcm, now: float, status: FrameStatus) -> None:
         if not self._started:
             return
+        try:
+            self._on_frame(pcm, now)
+        except Exception:  # a bug here must end this call, not the media tick every call shares
+            self._log.exception("assistant failed on a frame: hanging up")
+            self._started = False
+            self.context.hangup()
+
+    def _on_frame(self, pcm: Pcm, now: float) -> None:
         if self._stream is not None:
             self._stream.push(pcm)
         event = self._vad.update(pcm, now)
@@ -229,9 +255,9 @@ class AssistantAgent:
         try:
             async for event in self._stream.events():
                 now = self._clock()
-                if event.kind in (SttEventKind.FINAL, SttEventKind.END_OF_TURN) and event.text:
+                if event.kind is SttEventKind.FINAL:
                     self._timeline("transcript", text=event.text, start=event.start, end=event.end,
-                                   final=event.kind is SttEventKind.FINAL)
+                                   confidence=event.confidence)
                 if event.kind is SttEventKind.END_OF_TURN:
                     self._timeline("end_of_turn", text=event.text, start=event.start, end=event.end)
                 self._feed(self.turns.on_stt_event(event, now), now)
@@ -252,6 +278,9 @@ class AssistantAgent:
         try:
             while self._pending:
                 self._apply(self._pending.popleft(), now)
+        except BaseException:
+            self._pending.clear()
+            raise
         finally:
             self._applying = False
 
@@ -293,13 +322,13 @@ class AssistantAgent:
             utterance.reply = reply = self._script.reply(utterance.caller_text)
             utterance.text = reply.text
         if utterance.committed:
-            self._started_turn(utterance, now)
+            self._announce(utterance, now)
         task = asyncio.create_task(self._say(utterance), name=f"say {utterance.turn_id}")
         utterance.task = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _started_turn(self, utterance: _Utterance, now: float) -> None:
+    def _announce(self, utterance: _Utterance, now: float) -> None:
         if utterance.kind == "reply":
             self.history.append(Message("caller", utterance.caller_text))
             reply = utterance.reply
@@ -310,19 +339,19 @@ class AssistantAgent:
                 utterance.reported = True
                 self._feed(self.turns.on_reply_action(utterance.turn_id, reply.action, now), now)
         else:
-            self._timeline("reply_start", turn_id=utterance.turn_id, kind=utterance.kind, text=utterance.text)
+            self._timeline("reply_start", turn_id=utterance.turn_id, line=utterance.kind, text=utterance.text)
 
     def _commit(self, turn_id: int, now: float) -> None:
         utterance = self._current
         if utterance is None or utterance.turn_id != turn_id:
             return
         utterance.committed = True
+        self._announce(utterance, now)  # may replace it (a transfer with no operator): then _push holds back
         held, utterance.held = utterance.held, []
         for index, sentence, pcm in held:
             self._push(utterance, index, sentence, pcm, now)
         if utterance.synthesized:
             self._end(utterance)
-        self._started_turn(utterance, now)
 
     def _cancel(self, turn_id: int, reason: str, now: float) -> None:
         utterance = self._current
@@ -364,6 +393,8 @@ class AssistantAgent:
         except ProviderError as exc:
             # The call goes on: whatever was synthesized plays, and the turn machine hears that it finished.
             self._log.warning("speech synthesis failed", error=str(exc), turn_id=utterance.turn_id)
+        except Exception:
+            self._log.exception("speaking failed", turn_id=utterance.turn_id)
         if utterance.cancelled:
             return
         utterance.synthesized = True
@@ -392,7 +423,10 @@ class AssistantAgent:
             await stream.aclose()
 
     def _agent_pcm(self, utterance: _Utterance, chunk: AudioChunk) -> Pcm:
-        pcm = ulaw_decode_array(chunk.pcm) if chunk.encoding == "mulaw" else np.asarray(chunk.pcm, np.int16)
+        if chunk.encoding == "mulaw":
+            pcm = ulaw_decode_array(np.asarray(chunk.pcm, np.uint8))
+        else:
+            pcm = np.asarray(chunk.pcm, np.int16)
         if chunk.sample_rate == AGENT_RATE:
             return pcm
         if utterance.resampler is None or utterance.resampler.in_rate != chunk.sample_rate:
@@ -400,8 +434,8 @@ class AssistantAgent:
         return utterance.resampler.process(pcm)
 
     def _push(self, utterance: _Utterance, index: int, sentence: str, pcm: Pcm, now: float) -> None:
-        if not len(pcm):
-            return
+        if not len(pcm) or self.turns.active_turn != utterance.turn_id:
+            return  # the turn machine has dropped it; its CancelReply is on the way
         speech = self._speech
         position = speech.played_samples + round(speech.buffered_ms * AGENT_RATE / 1000)
         speech.push(pcm)
@@ -414,7 +448,7 @@ class AssistantAgent:
             self._feed(self.turns.on_agent_speech_started(utterance.turn_id, now), now)
 
     def _end(self, utterance: _Utterance) -> None:
-        if not utterance.pushed_all:
+        if not utterance.pushed_all and self._current is utterance:
             utterance.pushed_all = True
             self._speech.end_utterance()  # pads the last frame: the utterance plays to its end
 

@@ -16,6 +16,19 @@ line by construction instead of by flags.
 
 At most one agent utterance (greeting, reply, reprompt, line) is active at a time: every command that starts one is
 preceded, in the same command list, by the CancelReply of the one it replaces.
+
+Policy:
+
+* Barge-in: the caller's voice counts from the start of its run of voiced frames (single unvoiced frames bridged)
+  once the VAD has confirmed an onset; when it has been held ``min_barge_in_ms`` while an interruptible utterance
+  is audible, FlushAudio and CancelReply come out of that same input. Shorter noises change nothing.
+* Caller words while the agent has the floor that did not amount to a barge-in (a cough, "mm-hm") are dropped,
+  transcript included. A committed reply that is not audible yet is not cancelled by the caller's voice: it
+  answers a turn that has ended, and is interrupted as soon as it is audible if the caller is still talking.
+* Speculation: EAGER_END_OF_TURN starts a reply that must not play; TURN_RESUMED (or the caller's held voice)
+  cancels it; END_OF_TURN commits it when the words are the same, else cancels it and starts one on the final
+  transcript. An empty final transcript commits the guess: the caller did speak, and it is all we have.
+* Silence: ``reprompt_after_s`` in LISTENING brings a Reprompt, ``max_reprompts`` of them in a row a goodbye.
 """
 
 from __future__ import annotations
@@ -198,8 +211,8 @@ _L, _U, _T, _A, _C, _E = TurnState
 _I = TurnInput
 
 # Rule 2: the whole of turn-taking as data. Inputs a state does not list are illegal there.
-_CALLER_INPUTS_IGNORED = {i: None for i in (_I.VAD_ONSET, _I.VAD_OFFSET, _I.START_OF_TURN, _I.TRANSCRIPT,
-                                            _I.EAGER_END, _I.TURN_RESUMED, _I.END_OF_TURN, _I.EMPTY_END, _I.DIGIT)}
+_CALLER_INPUTS_IGNORED = (_I.VAD_ONSET, _I.VAD_OFFSET, _I.START_OF_TURN, _I.TRANSCRIPT, _I.EAGER_END,
+                          _I.TURN_RESUMED, _I.END_OF_TURN, _I.EMPTY_END, _I.DIGIT)
 _INTERRUPTIONS = {_I.MAX_DURATION: _C, _I.OPERATOR_REQUESTED: _C, _I.OPERATOR_MISSING: _T}
 TRANSITIONS: dict[TurnState, dict[TurnInput, TurnState]] = {
     _L: {_I.START: _T, _I.VAD_ONSET: _U, _I.VAD_OFFSET: _L, _I.START_OF_TURN: _U, _I.TRANSCRIPT: _U,
@@ -249,6 +262,8 @@ class TurnTaking:
         self._min_barge = config.min_barge_in_ms / 1000 - _EPS
         self._gap = config.barge_in_gap_ms / 1000 - _EPS
         self._reprompts = 0
+        self.last_input: TurnInput | None = None
+        """The latest input as classified (for logs, tests and diagrams)."""
         self._silence_at: float | None = None
         self._max_at: float | None = None
         self._closing_at: float | None = None
@@ -348,12 +363,15 @@ class TurnTaking:
         return self._enter(nxt, now, [])
 
     def get_timer(self) -> float | None:
-        if self.state is _E:
+        state = self.state  # called every frame: no allocations
+        if state is _E:
             return None
-        if self.state is _C:
+        if state is _C:
             return self._closing_at
-        deadlines = [d for d in (self._max_at, self._silence_at if self.state is _L else None) if d is not None]
-        return min(deadlines, default=None)
+        longest, silence = self._max_at, self._silence_at if state is _L else None
+        if longest is None or (silence is not None and silence < longest):
+            return silence
+        return longest
 
     def handle_timer(self, now: float) -> list[Command]:
         commands: list[Command] = []
@@ -373,6 +391,7 @@ class TurnTaking:
         nxt = TRANSITIONS[self.state].get(what)
         if nxt is None:
             raise TurnError(f"illegal turn input {what.name} in state {self.state.name}")
+        self.last_input = what
         return nxt
 
     def _current(self, turn_id: int) -> _Utterance | None:

@@ -1,13 +1,14 @@
 """Inbound calls (RFC 3261 §13.3, §9.2): admitting an INVITE, ringing, answering, rejecting, CANCEL.
 
-Checks on a new INVITE, in order; the first that fails answers it:
+Checks on a new INVITE, in order, after the user agent's checks for every request (method, Require); the first
+that fails answers it:
 
-1. Require naming an option we lack: 420 with Unsupported (§8.2.2.3).
-2. Source outside the allowed networks: 401 challenge when a DigestServer is set, else 403 (toll fraud).
-3. A second INVITE with a Call-ID already in use: 482 (§8.2.2.2 merged requests).
-4. Call limit reached: 503 with Retry-After (§21.5.4).
-5. A body that is not SDP: 415 with Accept (§8.2.3); an SDP offer we cannot answer: 488 with Warning
-   (§13.3.1.4, §20.43), checked with answer_offer before the endpoint has picked an RTP port.
+1. Source outside the allowed networks: 401 challenge when a DigestServer is set, else 403 (toll fraud).
+2. A second INVITE with a Call-ID already in use: 482 (§8.2.2.2 merged requests).
+3. Call limit reached: 503 with Retry-After (§21.5.4).
+4. A body that is not SDP: 415 with Accept (§8.2.3); an Accept that rules out SDP, the only body we answer
+   with: 406 (§21.4.7, RFC 4475 §3.3.15); an SDP offer we cannot answer: 488 with Warning (§13.3.1.4,
+   §20.43), checked with answer_offer before the endpoint has picked an RTP port.
 
 What passes becomes an :class:`IncomingCall`; the endpoint then calls ``ring``/``accept``/``reject``.
 """
@@ -21,11 +22,11 @@ from sipagent.sip.errors import LocalProtocolError
 from sipagent.sip.events import IncomingCall
 from sipagent.sip.message import SipMessage
 from sipagent.sip.offeranswer import LocalSession, MediaNotAcceptable, NoCommonCodec, answer_offer, make_offer
-from sipagent.sip.policy import authenticate, source_allowed, unsupported_options
+from sipagent.sip.policy import authenticate, source_allowed
 from sipagent.sip.sdp import parse_sdp, serialize_sdp
 from sipagent.sip.server_transaction import ServerTransaction
 
-__all__ = ["InboundCalls", "body_is_sdp", "warning_row"]
+__all__ = ["InboundCalls", "accepts_sdp", "body_is_sdp", "warning_row"]
 
 _DISCARD_PORT = 9  # RFC 8866 §5.14 uses 9 (discard) for "no port yet"; only used to test an offer
 
@@ -36,6 +37,15 @@ def warning_row(core: UaCore, error: MediaNotAcceptable) -> tuple[str, str]:
         (305, "Incompatible media format") if isinstance(error, NoCommonCodec) else (304, "Media type not available")
     )
     return "Warning", f'{code} {core.config.sent_by} "{text}"'
+
+
+def accepts_sdp(message: SipMessage) -> bool:
+    """§20.1: without Accept the peer takes application/sdp; with it, one of its media ranges must cover SDP
+    (an empty Accept covers nothing)."""
+    if "Accept" not in message.headers:
+        return True
+    ranges = {value.split(";")[0].strip().lower() for value in message.headers.get_all("Accept")}
+    return bool(ranges & {"application/sdp", "application/*", "*/*"})
 
 
 def body_is_sdp(message: SipMessage) -> bool:
@@ -52,11 +62,6 @@ class InboundCalls:
     def on_invite(self, tx: ServerTransaction, now: float) -> None:
         core, config, request = self._core, self._core.config, tx.request
         source = core.source_of(tx)
-        unsupported = unsupported_options(request, config.extensions)
-        if unsupported:
-            core.respond(tx, 420, now, headers=[("Unsupported", ", ".join(unsupported))])
-            core.stats["bad_extension"] += 1
-            return
         if not source_allowed(config, source[0]):
             if config.digest_server is None:
                 core.respond(tx, 403, now)
@@ -74,11 +79,14 @@ class InboundCalls:
             core.respond(tx, 503, now, headers=[("Retry-After", str(config.retry_after))])
             core.stats["busy"] += 1
             return
+        if request.body and not body_is_sdp(request):
+            core.respond(tx, 415, now, headers=[("Accept", "application/sdp")])
+            return
+        if not accepts_sdp(request):
+            core.respond(tx, 406, now, headers=[("Warning", f'399 {config.sent_by} "we answer with application/sdp"')])
+            return
         offer = None
         if request.body:
-            if not body_is_sdp(request):
-                core.respond(tx, 415, now, headers=[("Accept", "application/sdp")])
-                return
             offer = parse_sdp(request.body)
             try:
                 answer_offer(

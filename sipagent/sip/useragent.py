@@ -12,7 +12,7 @@ re-arms one timer at :meth:`UserAgent.get_timer`::
 Flow of a request: parse (malformed: 400 naming the fault when it can be answered, otherwise dropped and
 counted), stamp the top Via (RFC 3581), hand it to the server transaction it matches or create one (an ACK
 that matches none goes to its dialog). When a transaction passes a new request up, it is routed: method
-checks (501/405 with Allow, 483), CANCEL, OPTIONS (answered for anyone), INVITE without To tag (a new call),
+checks (501/405 with Allow, 420), CANCEL, OPTIONS (answered for anyone), INVITE without To tag (a new call),
 other requests by dialog (481 when there is none). Responses go to their client transaction and from there
 to the call or the ``send_request`` caller that owns it.
 
@@ -38,7 +38,7 @@ from sipagent.sip.indialog import DialogRequests
 from sipagent.sip.message import SipRequest, SipResponse, make_error_response
 from sipagent.sip.outbound import OutboundCalls
 from sipagent.sip.parser import is_keepalive, parse_message
-from sipagent.sip.policy import ALLOWED_METHODS, DIALOG_METHODS, KNOWN_METHODS, UaConfig
+from sipagent.sip.policy import ALLOWED_METHODS, DIALOG_METHODS, KNOWN_METHODS, UaConfig, unsupported_options
 from sipagent.sip.routing import response_destination, stamp_via
 from sipagent.sip.server_transaction import ServerTransaction
 from sipagent.sip.transaction import (
@@ -338,9 +338,13 @@ class UserAgent:
             # §8.2.1: 405 for a method we know but do not accept, 501 for one we do not know; both list Allow.
             core.respond(tx, 501 if method not in KNOWN_METHODS else 405, now, headers=core.capability_rows())
             return
-        if request.max_forwards == 0:
-            core.respond(tx, 483, now)  # the request has used up its hops; a loop is the likely cause
+        if method != "CANCEL" and (unsupported := unsupported_options(request, core.config.extensions)):
+            # §8.2.2.3: any request but CANCEL (and ACK, never routed here) that requires an extension we lack.
+            core.respond(tx, 420, now, headers=[("Unsupported", ", ".join(unsupported))])
+            core.stats["bad_extension"] += 1
             return
+        # No Max-Forwards check: it bounds forwarding (§16.3) and a UA is the final recipient, so a request
+        # arriving with 0 is processed like any other (RFC 4475 §3.3.11); 483 is a proxy's answer.
         if method == "CANCEL":
             self._inbound.on_cancel(tx, now)
         elif method == "OPTIONS":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from sipagent.sip.errors import RemoteProtocolError
@@ -133,6 +133,23 @@ def test_bad_method_token() -> None:
 def test_bad_status_lines(line: str) -> None:
     error = rejected(f"{line}\r\n{CORE}CSeq: 1 INVITE\r\n\r\n".encode())
     assert error.headers is None  # responses are dropped, never answered
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "SIP/2.0 200 O\rK",
+        "SIP/2.0 200 OK\r",
+        "OPTIONS sip:bob@biloxi.com SIP/2.0\r",
+        "OPTIONS\rsip:bob@biloxi.com SIP/2.0",
+    ],
+)
+def test_bare_cr_in_the_start_line_is_the_peers_error(line: str) -> None:
+    # RFC 3261 §7.1-7.2: CR belongs only to the CRLF that ends the start line; a bare one is malformed,
+    # the peer's fault (RemoteProtocolError), never a LocalProtocolError from building the message.
+    error = rejected(f"{line}\r\n{CORE}CSeq: 1 OPTIONS\r\n\r\n".encode())
+    assert error.status_hint == 400
+    assert (error.headers is None) == line.startswith("SIP/")  # a request keeps its headers for the 400
 
 
 def test_response_version() -> None:
@@ -296,6 +313,7 @@ def test_framer_accepts_folded_and_compact_content_length() -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300))
+@example(b"SIP/2.0 200 O\rK\r\n" + CORE.encode() + b"CSeq: 1 INVITE\r\n\r\n")
 def test_arbitrary_bytes_parse_or_raise_remote_protocol_error(data: bytes) -> None:
     try:
         parse_message(data)

@@ -15,7 +15,7 @@ the problem is one of application semantics rather than syntax, the row's note r
 | scalarlg, bigcode     | 4475 3.1.2.5/19 | drop  | responses: raised without headers, so never answered        |
 | unkscm, novelsc       | 4475 3.3.2-3  | 416     | the parser refuses schemes other than sip, sips and tel      |
 | insuf, multi01, mcl01 | 4475 3.3.1/8/9 | 400    | checked by the parser, naming the header at fault            |
-| bext01, invut, sdp01, regaut01, zeromf, bcast | 4475 3.3 | accept | semantic: UA answers 420/415/401 or drops |
+| bext01, invut, sdp01, regaut01, zeromf, bcast | 4475 3.3 | accept | semantic: UA answers 420/415/406/401 or drops |
 | test                  | (archive only)| 400     | not described in RFC 4475's text: no SIP-Version, no colon   |
 | ipv6-bug-abnf-3-colons | 5118 4.10    | accept  | "must tolerate": read as 2001:db8::192.0.2.1                 |
 | ipv6-in-sdp           | 5118 4.6      | 400     | as stored, Content-Length exceeds the CRLF-converted body    |
@@ -103,7 +103,7 @@ CASES = [
     Case("cparam01", "4475 3.3.12"),
     Case("cparam02", "4475 3.3.13"),
     Case("regescrt", "4475 3.3.14"),
-    Case("sdp01", "4475 3.3.15", None, "the UA answers 415"),
+    Case("sdp01", "4475 3.3.15", None, "the UA answers 406 (Accept excludes SDP)"),
     Case("inv2543", "4475 3.4.1"),
     Case("test", "archive", 400, "not in RFC 4475's text"),
     # RFC 5118.

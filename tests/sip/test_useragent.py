@@ -796,10 +796,41 @@ def test_options_is_answered_for_anyone() -> None:
     assert "INVITE" in response.allow and response.headers.get("Accept") == "application/sdp"
 
 
-def test_max_forwards_zero_is_483() -> None:
+def test_max_forwards_zero_changes_nothing_for_a_ua() -> None:
+    # RFC 4475 §3.3.11: Max-Forwards bounds forwarding (§16.3); the final recipient processes the request as if
+    # the value were still positive, so 483 is a proxy's answer, not ours.
     ua = make_ua()
     out = feed(ua, invite().replace(b"Max-Forwards: 70", b"Max-Forwards: 0"))
-    assert statuses(out)[-1] == 483
+    assert statuses(out) == [100] and [type(e) for e in events(ua)] == [IncomingCall]
+    options = message(
+        "OPTIONS sip:agent@192.0.2.10 SIP/2.0",
+        ["Via: SIP/2.0/UDP 192.168.1.50:5060;branch=z9hG4bKmf0", "Max-Forwards: 0", "From: <sip:p@x>;tag=p",
+         "To: <sip:agent@192.0.2.10>", "Call-ID: mf0", "CSeq: 1 OPTIONS"],
+    )  # fmt: skip
+    assert statuses(feed(ua, options)) == [200]
+
+
+def test_require_is_checked_on_every_request_but_cancel() -> None:
+    # §8.2.2.3, and RFC 4475 §3.3.5 (bext01): an OPTIONS requiring unknown extensions gets 420 with Unsupported.
+    ua = make_ua()
+    options = message(
+        "OPTIONS sip:agent@192.0.2.10 SIP/2.0",
+        ["Via: SIP/2.0/UDP 192.168.1.50:5060;branch=z9hG4bKreq", "Max-Forwards: 70", "From: <sip:p@x>;tag=p",
+         "To: <sip:agent@192.0.2.10>", "Call-ID: req1", "CSeq: 1 OPTIONS", "Require: nothingSupportsThis, foo"],
+    )  # fmt: skip
+    (out,) = feed(ua, options)
+    assert out.response.status == 420 and out.response.unsupported == ["nothingSupportsThis", "foo"]
+
+
+def test_accept_without_sdp_is_406() -> None:
+    # RFC 4475 §3.3.15 (sdp01): our answer would be SDP, which the caller's Accept rules out (§21.4.7).
+    ua = make_ua()
+    out = finals(feed(ua, invite(extra=("Accept: text/nobodyKnowsThis",))))
+    assert [s.response.status for s in out] == [406] and events(ua) == []
+    for accept in ("application/sdp;level=1, text/html", "application/*", "*/*"):
+        ua = make_ua()
+        feed(ua, invite(extra=(f"Accept: {accept}",)))
+        assert [type(e) for e in events(ua)] == [IncomingCall], accept
 
 
 # --- malformed input, Via stamping ------------------------------------------------------------------------

@@ -4,6 +4,10 @@ The endpoint starts :meth:`Call.run` in its task group on ``IncomingCall`` (or a
 the user agent's events for this Call-ID. Whatever ends the call (BYE, CANCEL, media timeout, the agent
 hanging up, an error, shutdown), the ``finally`` of ``run`` closes the media (RTCP BYE, ports back to the
 pool) and cancels the agent's task, so nothing outlives the call.
+
+From its establishment the call keeps a :class:`CallRecorder`: with ``agent.record_dir`` set it writes the call's
+stereo WAV and JSONL timeline (SIP events here, the agent's through ``CallContext.timeline``); either way it
+gives the figures of the one summary line logged at the end and of the endpoint's metrics.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from rtp.transport import MediaClock, MediaStream, PortPool
 from sipagent.agent.base import Agent, AgentFactory, CallContext
 from sipagent.config import Settings
 from sipagent.media import CallAudio, Pcm
+from sipagent.recording import CallFigures, CallRecorder
 from sipagent.sip.events import CallEnded, CallEstablished, DtmfReceived, MediaUpdated, TransferProgress
 from sipagent.sip.offeranswer import NegotiatedMedia
 from sipagent.sip.sdp import Direction
@@ -62,6 +67,11 @@ class Call:
         self._wants_hangup = asyncio.Event()
         self._media: NegotiatedMedia | None = None
         self._audio: CallAudio | None = None
+        self._recorder: CallRecorder | None = None
+        self._ended_recorded = False
+        self.figures: CallFigures | None = None
+        """Set when the media closes: what the summary line and the metrics report."""
+        self.packets_lost = 0
 
     # -- events from the user agent ---------------------------------------------------------------------
 
@@ -70,21 +80,29 @@ class Call:
             case CallEstablished(media=media):
                 self._apply_media(media)
                 self._established.set()
-                self.log.info("call established", codec=media.codec, remote=f"{media.remote_address}:"
-                              f"{media.remote_port}", direction=str(media.local_direction))
+                remote = f"{media.remote_address}:{media.remote_port}"
+                self.log.info("call established", codec=media.codec, remote=remote,
+                              direction=str(media.local_direction))
+                self._start_recording(codec=media.codec, remote=remote, inbound=self.inbound, caller=self.caller,
+                                      called=self.called)
             case MediaUpdated(media=media):
                 self._apply_media(media)
+                remote = f"{media.remote_address}:{media.remote_port}"
                 self.log.info("media updated", hold=media.on_hold, direction=str(media.local_direction),
-                              remote=f"{media.remote_address}:{media.remote_port}")
+                              remote=remote)
+                self._record("media_updated", hold=media.on_hold, direction=str(media.local_direction),
+                             remote=remote)
             case DtmfReceived(digit=digit):
                 self._dtmf(digit)
             case TransferProgress(status=status, final=final):
                 self.log.info("transfer progress", status=status, final=final)
+                self._record("transfer_progress", status=status, final=final)
                 if final and 200 <= status < 300:
                     self._wants_hangup.set()
             case CallEnded(reason=reason, status=status, local=local):
                 self.end_reason = reason
                 self.log.info("call ended", reason=reason, status=status, local=local)
+                self._record_end(reason=reason, status=status, local=local)
                 self.ended.set()
 
     def _apply_media(self, media: NegotiatedMedia) -> None:
@@ -106,6 +124,36 @@ class Call:
         if self.agent is not None:
             self.agent.on_dtmf(digit, self.clock.loop.time())
         self.log.info("dtmf", digit=digit)
+        self._record("dtmf", digit=digit)
+
+    # -- recording ------------------------------------------------------------------------------------------
+
+    def _start_recording(self, **fields: Any) -> None:
+        """The call clock starts with the establishment (a re-established dialog keeps the first recorder)."""
+        if self._recorder is None:
+            start = self.clock.loop.time()
+            try:
+                self._recorder = CallRecorder(self.settings.agent.record_dir, self.call_id, start)
+            except OSError as exc:  # a full or read-only disk must not fail the call: keep only the figures
+                self.log.error("cannot record the call", error=str(exc))
+                self._recorder = CallRecorder(None, self.call_id, start)
+            self._recorder.event("established", start, **fields)
+            if self._recorder.path is not None:
+                self.log.info("recording", path=str(self._recorder.path))
+
+    def _record(self, kind: str, **fields: Any) -> None:
+        """One timeline entry at the loop's time: also ``CallContext.timeline`` for the agent."""
+        if self._recorder is not None:
+            self._recorder.event(kind, self.clock.loop.time(), **fields)
+
+    def _record_end(self, **fields: Any) -> None:
+        if not self._ended_recorded:
+            self._ended_recorded = True
+            self._record("ended", **fields)
+
+    def _on_agent_sent(self, pcm: Pcm | None, now: float) -> None:
+        if self._recorder is not None:
+            self._recorder.on_agent(pcm, now)
 
     # -- media events ---------------------------------------------------------------------------------------
 
@@ -121,6 +169,8 @@ class Call:
                 self._dtmf(digit)
 
     def _on_audio(self, pcm: Pcm, now: float, status: FrameStatus) -> None:
+        if self._recorder is not None:
+            self._recorder.on_caller(pcm, now)
         if self.agent is not None:
             self.agent.on_audio(pcm, now, status)
 
@@ -166,9 +216,18 @@ class Call:
             return
         stats = stream.session.stats()
         await stream.aclose(self.end_reason)
-        self.log.info("call summary", reason=self.end_reason, received=stats.received, lost=stats.lost,
-                      jitter_ms=round(stats.jitter_ms, 1), sent=stats.packets_sent,
-                      concealed=stats.concealed_frames, late=stats.late, malformed=stats.malformed)
+        now = self.clock.loop.time()
+        figures = CallFigures(0.0, 0, (), 0, ())
+        if self._recorder is not None:
+            # A local hang-up's CallEnded may come after this (the BYE's answer): the timeline ends here anyway.
+            self._record_end(reason=self.end_reason, local=not self.ended.is_set())
+            figures = self._recorder.close(now)
+        self.figures, self.packets_lost = figures, stats.lost
+        self.log.info("call summary", reason=self.end_reason, duration_s=figures.duration_s, turns=figures.turns,
+                      response_ms_p50=figures.response_ms_p50, barge_ins=figures.barge_ins,
+                      received=stats.received, lost=stats.lost, jitter_ms=round(stats.jitter_ms, 1),
+                      sent=stats.packets_sent, concealed=stats.concealed_frames, late=stats.late,
+                      malformed=stats.malformed)
 
     async def _open_media(self, media: NegotiatedMedia | None) -> None:
         codec = CODECS_BY_NAME.get(media.codec if media else "PCMU", CODECS_BY_NAME["PCMU"])
@@ -179,7 +238,7 @@ class Call:
             jitter_min_ms=rtp.jitter_min_ms, jitter_start_ms=rtp.jitter_start_ms, jitter_max_ms=rtp.jitter_max_ms,
             rtcp_interval=rtp.rtcp_interval_s, media_timeout=rtp.media_timeout_s,
         )
-        self._audio = CallAudio(self._on_audio, codec.clock_rate)
+        self._audio = CallAudio(self._on_audio, codec.clock_rate, on_sent=self._on_agent_sent)
         self.stream = await MediaStream.open(self.pool, self.clock, config, sink=self._audio.sink,
                                              source=self._audio.source, on_event=self._on_media_event)
         if media is not None:
@@ -202,7 +261,7 @@ class Call:
         return CallContext(
             call_id=self.call_id, caller=self.caller, called=self.called, speech=self._audio.speech,
             hangup=self._wants_hangup.set, transfer=self._transfer,
-            log=self.log, record_dir=self.settings.agent.record_dir,
+            log=self.log, record_dir=self._recorder.path if self._recorder else None, timeline=self._record,
         )
 
     @property

@@ -1,4 +1,4 @@
-"""Command line: ``sipagent serve | version``.
+"""Command line: ``sipagent serve | dial | replay | version``.
 
 Every ``serve`` option maps onto a settings key, so the same value can come from the TOML file
 (``--config``) or the environment (``SIPAGENT_<SECTION>__<KEY>``); options given here win.
@@ -62,6 +62,7 @@ AuthUserOpt = Annotated[str | None, typer.Option("--auth-user", help="Digest use
 PasswordOpt = Annotated[str | None, typer.Option(help="Digest password (prefer the environment).")]
 RecordDirOpt = Annotated[Path | None, typer.Option("--record-dir", help="Per-call WAV + timeline.")]
 LogLevelOpt = Annotated[str | None, typer.Option("--log-level", help="debug, info, warning, error.")]
+MetricsPortOpt = Annotated[int | None, typer.Option("--metrics-port", help="Serve Prometheus GET /metrics here.")]
 
 
 def _settings(config: Path | None, **options: Any) -> Settings:
@@ -79,6 +80,7 @@ def _settings(config: Path | None, **options: Any) -> Settings:
     _put(overrides, "registration.password", options["password"])
     _put(overrides, "agent.record_dir", options["record_dir"])
     _put(overrides, "log.level", options["log_level"])
+    _put(overrides, "log.metrics_port", options.get("metrics_port"))
     try:
         return load_settings(config, overrides)
     except SipAgentError as exc:
@@ -99,12 +101,12 @@ def serve(
     config: ConfigOpt = None, bind: BindOpt = None, sip_port: SipPortOpt = None, rtp_ports: RtpPortsOpt = None,
     agent: AgentOpt = None, register: RegisterOpt = None, username: UsernameOpt = None,
     auth_user: AuthUserOpt = None, password: PasswordOpt = None, record_dir: RecordDirOpt = None,
-    log_level: LogLevelOpt = None,
+    log_level: LogLevelOpt = None, metrics_port: MetricsPortOpt = None,
 ) -> None:
     """Run the endpoint: listen for SIP, answer calls, run the agent on each."""
     settings = _settings(config, bind=bind, sip_port=sip_port, rtp_ports=rtp_ports, agent=agent, register=register,
                          username=username, auth_user=auth_user, password=password, record_dir=record_dir,
-                         log_level=log_level)
+                         log_level=log_level, metrics_port=metrics_port)
     _run(_serve(settings))
 
 
@@ -124,6 +126,41 @@ def dial(
     answered: list[bool] = []
     _run(_dial(settings, uri, answer_timeout, answered))
     raise typer.Exit(code=0 if answered and answered[0] else 1)
+
+
+@app.command()
+def replay(
+    capture: Annotated[Path, typer.Argument(help="pcap/pcapng capture, or the caller's WAV (8/16 kHz mono).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Directory for report.json, call.wav, ...")] = None,
+    stream: Annotated[str | None, typer.Option("--stream", help="Caller stream: index or SSRC.")] = None,
+    expect: Annotated[list[str] | None, typer.Option("--expect", help="Text some turn must contain.")] = None,
+    max_response_ms: Annotated[float | None, typer.Option("--max-response-ms", help="Slowest reply allowed.")] = None,
+    script: Annotated[Path | None, typer.Option("--script", help="Agent script (TOML).")] = None,
+    no_agent: Annotated[bool, typer.Option("--no-agent", help="Streams and digits only.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report to stdout.")] = False,
+) -> None:
+    """Replay a captured call through the media path and the offline agent; exit 1 if a check fails."""
+    import json
+
+    from rtp.errors import CaptureError
+    from sipagent.providers.errors import ProviderError
+    from sipagent.replay.report import check
+    from sipagent.replay.report import replay as run_replay
+    from sipagent.replay.runner import ReplayConfig
+
+    config = ReplayConfig(stream=stream, script=script, agent=not no_agent)
+    try:
+        outcome = asyncio.run(run_replay(capture, out, config))
+    except (CaptureError, SipAgentError, ProviderError) as exc:
+        raise _fail(str(exc)) from None
+    if json_out:
+        typer.echo(json.dumps(outcome.report, indent=2))
+    for error in outcome.errors:
+        typer.echo(f"sipagent: {error}", err=True)
+    failures = check(outcome.report, expect or [], max_response_ms)
+    for failure in failures:
+        typer.echo(f"sipagent replay: FAIL {failure}", err=True)
+    raise typer.Exit(code=2 if outcome.errors else 1 if failures else 0)
 
 
 async def _serve(settings: Settings) -> None:

@@ -101,6 +101,10 @@ class AgentSettings(_Frozen):
 class LogSettings(_Frozen):
     level: Literal["debug", "info", "warning", "error"] = "info"
     json_output: bool = False
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    """Serve Prometheus metrics on ``GET /metrics`` at this TCP port (0: a free one); unset: no server."""
+    metrics_bind: str = "127.0.0.1"
+    """Address of the metrics server: loopback unless a scraper elsewhere needs it."""
 
 
 class Settings(BaseSettings):

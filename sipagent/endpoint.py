@@ -23,6 +23,7 @@ from sipagent.call import Call, CallControl
 from sipagent.config import Settings
 from sipagent.errors import SipAgentError
 from sipagent.log import get_logger
+from sipagent.metrics import Metrics, MetricsServer
 from sipagent.sip.auth import DigestClient, DigestServer
 from sipagent.sip.events import (
     CallEnded,
@@ -82,6 +83,8 @@ class Endpoint:
         self._reg_timer: Timer | None = None
         self.clock: MediaClock | None = None
         self.pool: PortPool | None = None
+        self.metrics = Metrics()
+        self.metrics_server: MetricsServer | None = None
 
     @staticmethod
     def _builtin_agent(name: str, settings: Settings | None = None) -> AgentFactory:
@@ -138,6 +141,13 @@ class Endpoint:
         except OSError as exc:
             raise EndpointError(f"cannot listen on {s.sip.bind}:{s.sip.port}: {exc.strerror or exc}") from None
         self.ua = UserAgent(self._ua_config(self.transport.port), now=loop.time())
+        if s.log.metrics_port is not None:
+            try:
+                self.metrics_server = await MetricsServer.start(self.metrics, s.log.metrics_bind, s.log.metrics_port)
+            except OSError as exc:
+                await self.transport.close()
+                raise EndpointError(f"metrics: cannot listen on {s.log.metrics_bind}:{s.log.metrics_port}: "
+                                    f"{exc.strerror or exc}") from None
         self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
         if s.registration.registrar:
@@ -145,7 +155,8 @@ class Endpoint:
         self._ready.set()
         self.log.info("endpoint ready", sip=f"{s.sip.bind}:{self.transport.port}", transports=s.sip.transports,
                       rtp_ports=f"{s.rtp.port_min}-{s.rtp.port_max}", agent=s.agent.name,
-                      registrar=s.registration.registrar)
+                      registrar=s.registration.registrar,
+                      metrics=self.metrics_server.port if self.metrics_server is not None else None)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -167,6 +178,8 @@ class Endpoint:
                 self._reg_timer.cancel()
             if self.transport is not None:
                 await self.transport.close()
+            if self.metrics_server is not None:
+                await self.metrics_server.aclose()
             if self.clock is not None:
                 self.clock.close()
             aclose = getattr(self.agent_factory, "aclose", None)
@@ -283,13 +296,24 @@ class Endpoint:
         self._tasks.create_task(self._run_call(call, media), name=f"call {event.call_id}")
 
     async def _run_call(self, call: Call, media: Any) -> None:
+        failed = False
         try:
             await call.run(media)
         except Exception as exc:  # one broken call must not take the endpoint down
+            failed = True
             call.log.error("call failed", error=repr(exc))
             if not call.ended.is_set() and self.ua is not None:
                 self.ua.hangup(call.call_id, asyncio.get_running_loop().time())
                 self._flush()
+        finally:
+            self._count_call(call, failed)
+
+    def _count_call(self, call: Call, failed: bool) -> None:
+        result = "failed" if failed else "answered" if call.was_established else "unanswered"
+        if call.figures is not None:
+            self.metrics.observe_call(result, call.figures, call.packets_lost)
+        else:
+            self.metrics.calls_total.inc(1, result)
 
     # -- outbound calls ---------------------------------------------------------------------------------------
 
@@ -322,10 +346,13 @@ class Endpoint:
                 call.close()
 
         watchdog = asyncio.ensure_future(answered_in_time())
+        failed = True
         try:
             await call.run_outbound()
+            failed = False
         finally:
             watchdog.cancel()
+            self._count_call(call, failed)
         return call
 
     # -- registration -----------------------------------------------------------------------------------------

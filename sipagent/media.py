@@ -74,10 +74,14 @@ class CallAudio:
 
     ``sink`` and ``source`` plug into :class:`rtp.transport.MediaStream`; ``on_audio(pcm16, now, status)``
     receives every inbound frame (concealed and silent frames too, so the agent's clock never stops).
+    ``on_sent(pcm16 | None, now)``, if given, sees each tick's agent frame as it goes to the pacer (``None``: the
+    buffer was empty and the line carries silence): the recording's agent channel is exactly what was sent.
     """
 
-    def __init__(self, on_audio: Callable[[Pcm, float, FrameStatus], None], line_rate: int = 8000) -> None:
+    def __init__(self, on_audio: Callable[[Pcm, float, FrameStatus], None], line_rate: int = 8000, *,
+                 on_sent: Callable[[Pcm | None, float], None] | None = None) -> None:
         self.on_audio = on_audio
+        self.on_sent = on_sent
         self.speech = SpeechBuffer()
         self._up = StreamResampler(line_rate, AGENT_RATE)
         self._down = StreamResampler(AGENT_RATE, line_rate)
@@ -88,6 +92,8 @@ class CallAudio:
 
     def source(self, now: float) -> Pcm | None:
         frame = self.speech.pop()
+        if self.on_sent is not None:
+            self.on_sent(frame, now)
         if frame is None:
             if self._talking:
                 # Between utterances the line carries encoded silence; start the next one from a clean filter

@@ -7,6 +7,7 @@ Precedence, lowest first: defaults < TOML file (``--config``) < environment (``S
 from __future__ import annotations
 
 import ipaddress
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -107,6 +108,55 @@ class LogSettings(_Frozen):
     """Address of the metrics server: loopback unless a scraper elsewhere needs it."""
 
 
+class ProviderSettings(_Frozen):
+    """Cloud engines per role; a role whose key is unset runs on its offline engine (the script for the LLM).
+
+    The keys and URLs are also read from the providers' standard variables (DEEPGRAM_API_KEY, OPENAI_API_KEY,
+    CARTESIA_API_KEY, OPENAI_BASE_URL, SIPAGENT_DEEPGRAM_URL, SIPAGENT_CARTESIA_URL); SIPAGENT_PROVIDERS__* wins.
+    """
+
+    deepgram_api_key: SecretStr | None = None
+    deepgram_url: str | None = None
+    """A Flux server other than Deepgram's (``ws://host:port``: on-prem, or a test double)."""
+    eot_threshold: float = Field(0.7, ge=0.5, le=1.0)
+    eager_eot_threshold: float | None = Field(0.5, ge=0.3, le=0.9)
+    """None: no EagerEndOfTurn, so no speculative replies."""
+    eot_timeout_ms: int = Field(5000, ge=500, le=60000)
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    openai_api: Literal["responses", "chat"] = "responses"
+    """``chat`` for Chat-Completions-only servers (Ollama, llama.cpp, vLLM)."""
+    openai_model: str = "gpt-4.1-mini"
+    openai_timeout_s: float = Field(10.0, gt=0)
+    instructions: str = (
+        "You are a friendly phone assistant. Answer in one or two short spoken sentences, without lists or markup."
+    )
+    cartesia_api_key: SecretStr | None = None
+    cartesia_url: str | None = None
+    cartesia_voice_id: str | None = None
+    """Required with a Cartesia key: the id of a voice in your Cartesia account."""
+    cartesia_model_id: str = "sonic-3"
+
+
+# Standard variable -> providers key: the names each vendor's own tools read, so one export serves both.
+_STANDARD_ENV = {
+    "DEEPGRAM_API_KEY": "deepgram_api_key", "OPENAI_API_KEY": "openai_api_key", "CARTESIA_API_KEY": "cartesia_api_key",
+    "OPENAI_BASE_URL": "openai_base_url", "SIPAGENT_DEEPGRAM_URL": "deepgram_url",
+    "SIPAGENT_CARTESIA_URL": "cartesia_url",
+}
+
+
+class _StandardEnvSource(PydanticBaseSettingsSource):
+    """The vendors' standard variables as a ``providers`` section, below SIPAGENT_PROVIDERS__* and above the file."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        found = {key: os.environ[name] for name, key in _STANDARD_ENV.items() if os.environ.get(name)}
+        return {"providers": found} if found else {}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SIPAGENT_", env_nested_delimiter="__", frozen=True, extra="forbid",
@@ -116,6 +166,7 @@ class Settings(BaseSettings):
     rtp: RtpSettings = RtpSettings()
     agent: AgentSettings = AgentSettings()
     log: LogSettings = LogSettings()
+    providers: ProviderSettings = ProviderSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -128,7 +179,8 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Earlier sources win; pydantic-settings deep-merges them, so a nested key set on the command
         # line overrides only that key of the environment's or the file's section.
-        return (init_settings, env_settings, _FileSource(settings_cls, _FILE_DATA.get(settings_cls, {})))
+        file_source = _FileSource(settings_cls, _FILE_DATA.get(settings_cls, {}))
+        return (init_settings, env_settings, _StandardEnvSource(settings_cls), file_source)
 
 
 class _FileSource(PydanticBaseSettingsSource):
@@ -182,6 +234,6 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | N
 
 
 __all__ = [
-    "AgentSettings", "LogSettings", "RegisterSettings", "RtpSettings", "Settings", "SipSettings",
+    "AgentSettings", "LogSettings", "ProviderSettings", "RegisterSettings", "RtpSettings", "Settings", "SipSettings",
     "load_settings",
 ]

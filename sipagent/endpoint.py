@@ -99,10 +99,16 @@ class Endpoint:
                                greeting_interruptible=agent.greeting_interruptible, reprompt_after_s=agent.reprompt_s,
                                max_reprompts=agent.max_reprompts, max_call_s=agent.max_call_s,
                                operator_uri=agent.operator_uri)
+            from sipagent.providers.registry import build_providers
+
             config = AssistantConfig(turns=turns, workers=agent.workers)
             if agent.script is not None:
                 config = AssistantConfig(script_path=agent.script, turns=turns, workers=agent.workers)
-            return AssistantFactory(config)
+            factory = AssistantFactory(config)
+            p = build_providers(settings or Settings(), offline_stt=factory.stt, offline_tts=factory.tts,
+                                script=factory.script)
+            factory.use(p.stt, p.tts, p.llm, p.roles)
+            return factory
         raise SipAgentError(f"agent: unknown agent {name!r} (known: assistant, echo)")
 
     # -- the SipCore protocol, delegated to the user agent once it exists -------------------------------------
@@ -129,6 +135,9 @@ class Endpoint:
     async def __aenter__(self) -> Self:
         s = self.settings
         loop = asyncio.get_running_loop()
+        roles = getattr(self.agent_factory, "roles", None)
+        if roles:
+            self.log.info("agent engines", **roles)  # names only: the keys stay inside the engines
         start = getattr(self.agent_factory, "start", None)
         if start is not None:
             await start()  # warm the offline engines now, not on the first call

@@ -17,10 +17,10 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -49,16 +49,29 @@ from sipagent.agent.vad import VadConfig, VadEventKind, VoiceActivityDetector
 from sipagent.media import AGENT_RATE, Pcm
 from sipagent.providers.base import AudioChunk, SpeechToText, SttEventKind, SttStream, TextToSpeech, TtsStream
 from sipagent.providers.errors import ProviderError
+from sipagent.providers.llm import (
+    END_CALL,
+    TRANSFER_TO_HUMAN,
+    LanguageModel,
+    LlmStream,
+    ScriptLanguageModel,
+    TextDelta,
+    UserTurn,
+)
+from sipagent.providers.llm import Message as LlmMessage
 from sipagent.providers.offline.stt import OfflineSpeechToText, SphinxSttConfig
 from sipagent.providers.offline.tts import OfflineTextToSpeech, OfflineTtsConfig
 from sipagent.providers.offline.worker import WorkerPool
 
-__all__ = ["DEFAULT_SCRIPT", "AssistantAgent", "AssistantConfig", "AssistantFactory", "Message", "SentenceCutter",
-           "make_assistant_factory", "make_default_factory"]
+__all__ = ["APOLOGY", "DEFAULT_SCRIPT", "AssistantAgent", "AssistantConfig", "AssistantFactory", "Message",
+           "SentenceCutter", "make_assistant_factory", "make_default_factory"]
 
 DEFAULT_SCRIPT = Path(__file__).resolve().parents[2] / "config" / "agent-script.toml"
 _SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*\s+")
 _CLAUSE_END = re.compile(r"[,;:]\s+")
+APOLOGY = "Sorry, I'm having trouble answering right now. Could you say that again?"
+"""Spoken when the language model fails or times out before saying anything; the call goes on listening."""
+_TOOL_ACTIONS: dict[str, Literal["hangup", "transfer"]] = {END_CALL.name: "hangup", TRANSFER_TO_HUMAN.name: "transfer"}
 _ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "st", "no", "vs", "etc", "e.g", "i.e"})
 
 
@@ -158,19 +171,31 @@ class _Utterance:
     reported: bool = False
     cancelled: bool = False
     resampler: StreamResampler | None = None
+    heard_before: tuple[LlmMessage, ...] = ()
+    """The history the caller had heard when this reply began (the model's context)."""
+    llm: LlmStream | None = None
+    action: Literal["hangup", "transfer"] | None = None
+    """A call-control tool the model called (LLM replies; script replies carry theirs in ``reply``)."""
+    offline_voice: bool = False
+    """The cloud voice failed during this utterance: the rest of it is spoken by the offline engine."""
 
 
 class AssistantAgent:
     """One call's conversational agent; see the module docstring."""
 
     def __init__(self, context: CallContext, stt: SpeechToText, tts: TextToSpeech, script: Script,
-                 config: AssistantConfig | None = None, *, clock: Callable[[], float] | None = None) -> None:
+                 config: AssistantConfig | None = None, *, clock: Callable[[], float] | None = None,
+                 llm: LanguageModel | None = None, fallback_tts: TextToSpeech | None = None) -> None:
         self.context = context
         self.config = config = config or AssistantConfig()
         self.turns = TurnTaking(config.turns)
         self.history: list[Message] = []
         self._speech = context.speech
         self._stt, self._tts, self._script = stt, tts, script
+        # The script answers synchronously (its intent and action known at once): the built-in path is exactly the
+        # ScriptLanguageModel's behaviour, so only a real model goes through the streamed path.
+        self._llm = None if isinstance(llm, ScriptLanguageModel) else llm
+        self._fallback_tts = fallback_tts
         self._log = context.log
         self._timeline = context.timeline
         self._clock = clock or asyncio.get_running_loop().time
@@ -244,6 +269,8 @@ class AssistantAgent:
                 self._current.tts.cancel()
             if self._stream is not None:
                 await self._stream.close()
+            if self._llm is not None:
+                self._llm.end_call(self.context.call_id)
         if isinstance(self.outcome, Transfer):
             # Returning would end the call (BYE) under the REFER; the endpoint ends it when the transfer completes.
             await asyncio.Event().wait()
@@ -318,7 +345,10 @@ class AssistantAgent:
 
     def _begin(self, utterance: _Utterance, now: float) -> None:
         self._current = utterance
-        if utterance.kind == "reply":
+        if utterance.kind == "reply" and self._llm is not None:
+            utterance.heard_before = tuple(
+                LlmMessage("user" if m.role == "caller" else "assistant", m.text) for m in self.history if m.text)
+        elif utterance.kind == "reply":
             utterance.reply = reply = self._script.reply(utterance.caller_text)
             utterance.text = reply.text
         if utterance.committed:
@@ -329,7 +359,11 @@ class AssistantAgent:
         task.add_done_callback(self._tasks.discard)
 
     def _announce(self, utterance: _Utterance, now: float) -> None:
-        if utterance.kind == "reply":
+        if utterance.kind == "reply" and utterance.reply is None:  # an LLM reply: its text is still streaming
+            self.history.append(Message("caller", utterance.caller_text))
+            self._timeline("reply_start", turn_id=utterance.turn_id, caller=utterance.caller_text, llm=True)
+            self._report_action(utterance, now)
+        elif utterance.kind == "reply":
             self.history.append(Message("caller", utterance.caller_text))
             reply = utterance.reply
             assert reply is not None
@@ -340,6 +374,13 @@ class AssistantAgent:
                 self._feed(self.turns.on_reply_action(utterance.turn_id, reply.action, now), now)
         else:
             self._timeline("reply_start", turn_id=utterance.turn_id, line=utterance.kind, text=utterance.text)
+
+    def _report_action(self, utterance: _Utterance, now: float) -> None:
+        # Only a committed reply may end the call; a speculative one reports its tool call when committed.
+        if utterance.action is not None and utterance.committed and not utterance.reported:
+            utterance.reported = True
+            self._timeline("reply_action", turn_id=utterance.turn_id, action=utterance.action)
+            self._feed(self.turns.on_reply_action(utterance.turn_id, utterance.action, now), now)
 
     def _commit(self, turn_id: int, now: float) -> None:
         utterance = self._current
@@ -361,6 +402,8 @@ class AssistantAgent:
         utterance.cancelled = True
         if utterance.tts is not None:
             utterance.tts.cancel()
+        if utterance.llm is not None:
+            utterance.llm.cancel()
         if utterance.task is not None and utterance.task is not asyncio.current_task():
             utterance.task.cancel()
         if utterance.start is None:
@@ -402,14 +445,56 @@ class AssistantAgent:
             self._end(utterance)
 
     async def _deltas(self, utterance: _Utterance) -> AsyncIterator[str]:
-        # The script answers at once and whole; an LLM would stream its deltas here.
-        yield utterance.text
+        if utterance.kind != "reply" or self._llm is None:
+            yield utterance.text  # the script answers at once and whole
+            return
+        turn = UserTurn(utterance.caller_text, self.context.call_id, utterance.heard_before)
+        utterance.llm = stream = self._llm.respond(turn)
+        try:
+            async for item in stream:
+                if utterance.cancelled:
+                    return
+                if isinstance(item, TextDelta):
+                    utterance.text += item.text
+                    yield item.text
+                elif (action := _TOOL_ACTIONS.get(item.name)) is not None and utterance.action is None:
+                    utterance.action = action
+                    if action == "hangup" and not utterance.text.strip():
+                        utterance.text = self._script.goodbye
+                        yield utterance.text
+                    self._report_action(utterance, self._clock())
+        except ProviderError as exc:
+            # The caller hears an apology instead of silence, and the turn machine goes back to listening.
+            self._log.warning("language model failed", error=str(exc), retryable=exc.retryable,
+                              turn_id=utterance.turn_id)
+            self._timeline("llm_error", turn_id=utterance.turn_id, error=str(exc))
+            if not utterance.text.strip():
+                utterance.text = APOLOGY
+                yield APOLOGY
+        finally:
+            await stream.aclose()
 
     async def _synthesize(self, utterance: _Utterance, sentence: str) -> None:
-        stream = self._tts.synthesize(sentence)
-        utterance.tts = stream
         index = utterance.sentences
         utterance.sentences += 1
+        fallback = self._fallback_tts
+        if fallback is None or fallback is self._tts or utterance.offline_voice:
+            await self._speak(utterance, index, sentence, fallback if utterance.offline_voice else self._tts)
+            return
+        try:
+            await self._speak(utterance, index, sentence, self._tts)
+        except ProviderError as exc:
+            # The rest of this utterance is spoken by the offline voice; the next one tries the cloud again.
+            self._log.warning("speech synthesis failed: offline voice", error=str(exc), turn_id=utterance.turn_id)
+            self._timeline("tts_fallback", turn_id=utterance.turn_id, error=str(exc))
+            utterance.offline_voice = True
+            if len(utterance.spans) <= index and not any(i == index for i, _, _ in utterance.held):
+                await self._speak(utterance, index, sentence, fallback)  # none of it was heard: say it all
+
+    async def _speak(self, utterance: _Utterance, index: int, sentence: str, tts: TextToSpeech | None) -> None:
+        assert tts is not None
+        stream = tts.synthesize(sentence)
+        utterance.tts = stream
         try:
             async for chunk in stream:
                 if utterance.cancelled:
@@ -423,6 +508,8 @@ class AssistantAgent:
             await stream.aclose()
 
     def _agent_pcm(self, utterance: _Utterance, chunk: AudioChunk) -> Pcm:
+        # A cloud voice's 8 kHz mu-law is decoded and resampled to the 16 kHz speech buffer for now; on a PCMU
+        # call it could pass straight through to RTP (a later optimisation: it saves two conversions per frame).
         if chunk.encoding == "mulaw":
             pcm = ulaw_decode_array(np.asarray(chunk.pcm, np.uint8))
         else:
@@ -480,19 +567,33 @@ class AssistantFactory:
             ("sphinx", {"options": stt_config.decoder_options}),
             (config.tts.engine, config.tts.worker_config()),
         ])
-        self.stt = OfflineSpeechToText(stt_config, pool=self.pool)
-        self.tts = OfflineTextToSpeech(config.tts, pool=self.pool)
+        self.stt: SpeechToText = OfflineSpeechToText(stt_config, pool=self.pool)
+        self.tts: TextToSpeech = OfflineTextToSpeech(config.tts, pool=self.pool)
+        self.offline_tts = self.tts
+        """The voice an utterance falls back to when a cloud voice fails."""
+        self.llm: LanguageModel | None = None
+        self.roles: dict[str, str] = {"stt": "offline", "tts": "offline", "llm": "offline"}
+        self._cloud: list[SpeechToText | TextToSpeech | LanguageModel] = []
+
+    def use(self, stt: SpeechToText, tts: TextToSpeech, llm: LanguageModel | None, roles: Mapping[Any, str]) -> None:
+        """Serve every later call with these engines (from ``sipagent.providers.registry``); closed by ``aclose``."""
+        self.stt, self.tts, self.llm, self.roles = stt, tts, llm, dict(roles)
+        self._cloud = [engine for engine in (stt, tts, llm) if engine is not None
+                       and engine is not self.offline_tts and not isinstance(engine, OfflineSpeechToText)]
 
     async def start(self) -> None:
         """Spawn and warm the workers (idempotent; without it the first call pays for it)."""
         await self.pool.start()
 
     async def aclose(self) -> None:
+        for engine in self._cloud:
+            await engine.aclose()
         if self._owns_pool:
             await self.pool.aclose()
 
     def __call__(self, context: CallContext) -> AssistantAgent:
-        return AssistantAgent(context, self.stt, self.tts, self.script, self.config)
+        return AssistantAgent(context, self.stt, self.tts, self.script, self.config, llm=self.llm,
+                              fallback_tts=self.offline_tts)
 
 
 def make_assistant_factory(config: AssistantConfig | None = None, pool: WorkerPool | None = None) -> AssistantFactory:
